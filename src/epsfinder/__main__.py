@@ -1,0 +1,5 @@
+import sys
+
+from epsfinder.cli import main
+
+sys.exit(main())
