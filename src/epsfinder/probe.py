@@ -157,6 +157,7 @@ class EpsilonProbe:
         self.snapshots: list[Snapshot] = []
         self._names = _parameter_names(optimizer, model)
         self._warned: set[str] = set()
+        self._unresolved = [0, 0]
         self._handle = optimizer.register_step_post_hook(self._hook)
 
     # ------------------------------------------------------------------ lifecycle
@@ -233,11 +234,16 @@ class EpsilonProbe:
         codes = [self._device_codes(term) for _, _, _, term in pending]
         host = [c.to("cpu") for c in codes]
         layers: list[LayerStats] = []
+        eps_floor = float(self.optimizer.param_groups[0].get("eps", 0.0)) * 1e-6
+        self._unresolved = [0, 0]  # (elements with A below 1e-6·ε, finite elements) for eps-in-state terms
         for (name, gi, p, term), c in zip(pending, host):
             zeros = tiny = None
             if int(c[0]) + int(c[_NEG0]) > 0:  # rare: tell exact zeros from values below 2^-132
                 zeros, tiny = self._zero_split(term)
             hist = LogHistogram.from_device_counts(c, exact_zeros=zeros, tiny_positive=tiny)
+            if self.spec.eps_in_state:
+                self._unresolved[0] += hist.finite - round(hist.count_above(eps_floor))
+                self._unresolved[1] += hist.finite
             if hist.positive == 0:
                 skipped[name] = (
                     "all adaptive terms are zero" if hist.nonfinite == 0 else "no finite non-zero adaptive term"
@@ -288,14 +294,13 @@ class EpsilonProbe:
                 RuntimeWarning,
                 stacklevel=4,
             )
-        if self.spec.eps_in_state and "cancel" not in self._warned:
-            eps = float(self.optimizer.param_groups[0].get("eps", 0.0))
-            h = snap.histogram()
-            unresolved = h.finite - h.count_above(eps * 1e-6)
-            if eps > 0 and h.finite and unresolved / h.finite > 0.01:
+        unresolved, finite = self._unresolved
+        eps = float(self.optimizer.param_groups[0].get("eps", 0.0))
+        if self.spec.eps_in_state and "cancel" not in self._warned and eps > 0 and finite:
+            if unresolved / finite > 0.01:
                 self._warned.add("cancel")
                 warnings.warn(
-                    f"{self.spec.name}: {100 * unresolved / h.finite:.1f} % of elements have an adaptive term below "
+                    f"{self.spec.name}: {100 * unresolved / finite:.1f} % of elements have an adaptive term below "
                     f"1e-6·ε (ε={eps:g}); the optimizer adds ε into its state every step, and removing it again "
                     "cancels digits, so these values are not resolved (zeros/negatives are counted apart). Probe "
                     "with a smaller ε (the estimate does not depend on ε) for an exact reading.",
