@@ -138,9 +138,17 @@ def test_supported_optimizers_filter():
 
 def test_eps_in_state_cancellation_warns():
     p = nn.Parameter(torch.zeros(1000))
-    opt = make_optimizer("eadam", [p], eps=1e-2)  # ε far above g² ≈ 1e-12
+    opt = make_optimizer("eadam", [p], eps=1e-4)  # resolution floor 1e-6·ε = 1e-10
     probe = epsfinder.EpsilonProbe(opt, schedule=epsfinder.every(1))
-    with pytest.warns(RuntimeWarning, match="cancels digits"):
-        p.grad = torch.full((1000,), 1e-6)
+    with pytest.warns(RuntimeWarning, match="within 100× of that floor"):
+        p.grad = torch.full((1000,), 1e-3)  # A = (1 − β2)·g² = 1e-9: resolved, within 100× of the floor
         opt.step()
+    assert probe.result().raw_lower == pytest.approx(1e-9, rel=0.05)
     probe.detach()
+    # Far below the floor: rounding noise is reported as zeros, never as a (negative or tiny) signal.
+    q = nn.Parameter(torch.zeros(1000))
+    opt2 = make_optimizer("eadam", [q], eps=1e-2)
+    probe2 = epsfinder.EpsilonProbe(opt2, schedule=epsfinder.every(1))
+    q.grad = torch.full((1000,), 1e-6)
+    opt2.step()
+    assert probe2.snapshots[-1].skipped == {"group0.param0": "all adaptive terms are zero"}

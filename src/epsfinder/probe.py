@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from epsfinder import _distributed
 from epsfinder.errors import NoSnapshotError
 from epsfinder.estimate import METHODS, EpsilonRange, LayerStats, SnapshotRecord, paper_percentiles
-from epsfinder.histogram import _ALL, _NEG0, _TINY, LogHistogram
-from epsfinder.terms import AdaptiveTerm, TermSpec, lookup
+from epsfinder.histogram import _ALL, _TINY, LogHistogram
+from epsfinder.terms import RESOLUTION, AdaptiveTerm, TermSpec, lookup
 
 __all__ = ["EpsilonProbe", "Schedule", "Snapshot", "at_steps", "default_schedule", "every", "log_spaced", "per_epoch"]
 
@@ -122,6 +123,10 @@ class EpsilonProbe:
         percentiles: the low and high percentiles of Algorithm 2, in percent.
         max_snapshots: keep at most this many snapshots (oldest dropped, except the end of the first epoch).
         chunk: elements binned at a time; bounds the probe's extra memory.
+        distributed: under ``torch.distributed``, how ranks combine their counts (one collective per snapshot):
+            ``"replicated"`` (DDP: rank 0's counts are shared), ``"sharded"`` (FSDP, ZeroRedundancyOptimizer:
+            counts are summed into the global histogram), None or ``"off"`` (none), or ``"auto"`` (detect; see
+            :mod:`epsfinder._distributed`). Every rank gets the same result.
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class EpsilonProbe:
         percentiles: tuple[float, float] = (2.0, 98.0),
         max_snapshots: int | None = 64,
         chunk: int | None = None,
+        distributed: str | None = "auto",
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"EpsilonProbe needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -145,6 +151,8 @@ class EpsilonProbe:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got percentiles={percentiles}")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got steps_per_epoch={steps_per_epoch}")
+        self.distributed = _distributed.resolve_mode(distributed, optimizer)  # None, "replicated" or "sharded"
+        outer, optimizer = optimizer, _distributed.local_optimizer(optimizer)  # ZeRO: this rank's optimizer
         self.spec: TermSpec = lookup(optimizer)  # raises UnsupportedOptimizerError with the supported list
         self.optimizer = optimizer
         self.method = method
@@ -155,9 +163,8 @@ class EpsilonProbe:
         self.chunk = chunk
         self.steps = 0
         self.snapshots: list[Snapshot] = []
-        self._names = _parameter_names(optimizer, model)
+        self._names = _parameter_names(outer, model)
         self._warned: set[str] = set()
-        self._unresolved = [0, 0]
         self._handle = optimizer.register_step_post_hook(self._hook)
 
     # ------------------------------------------------------------------ lifecycle
@@ -230,31 +237,22 @@ class EpsilonProbe:
                 raise ValueError(f"optimizer state of {name!r} is sparse; sparse state is not supported")
             pending.append((name, gi, p, term))
 
-        # Bin every tensor on its device; one transfer of all counts at the end.
-        codes = [self._device_codes(term) for _, _, _, term in pending]
-        host = [c.to("cpu") for c in codes]
+        # Bin every tensor on its device, then one transfer of all counts (one collective across ranks).
         layers: list[LayerStats] = []
-        eps_floor = float(self.optimizer.param_groups[0].get("eps", 0.0)) * 1e-6
-        self._unresolved = [0, 0]  # (elements with A below 1e-6·ε, finite elements) for eps-in-state terms
-        for (name, gi, p, term), c in zip(pending, host):
-            zeros = tiny = None
-            if int(c[0]) + int(c[_NEG0]) > 0:  # rare: tell exact zeros from values below 2^-132
-                zeros, tiny = self._zero_split(term)
-            hist = LogHistogram.from_device_counts(c, exact_zeros=zeros, tiny_positive=tiny)
-            if self.spec.eps_in_state:
-                self._unresolved[0] += hist.finite - round(hist.count_above(eps_floor))
-                self._unresolved[1] += hist.finite
+        for b in _distributed.bin_layers(self, pending, skipped):
+            name = b.name
+            hist = LogHistogram.from_device_counts(b.counts, exact_zeros=b.zeros, tiny_positive=b.tiny)
             if hist.positive == 0:
                 skipped[name] = (
                     "all adaptive terms are zero" if hist.nonfinite == 0 else "no finite non-zero adaptive term"
                 )
                 continue
             if self.method == "paper":
-                values, _ = paper_percentiles(term.full(), self.percentiles)
+                values, _ = paper_percentiles(b.full(), self.percentiles)
                 p_low, p_high = values
             else:
                 p_low, p_high = (float(v) for v in hist.quantile([x / 100 for x in self.percentiles]))
-            layers.append(LayerStats(name, tuple(p.shape), gi, p_low, p_high, hist))
+            layers.append(LayerStats(name, b.shape, b.group, p_low, p_high, hist))
         return Snapshot(self.steps, self.epoch, layers, skipped, self._hyperparameters())
 
     def _chunk_size(self, numel: int) -> int:
@@ -294,16 +292,16 @@ class EpsilonProbe:
                 RuntimeWarning,
                 stacklevel=4,
             )
-        unresolved, finite = self._unresolved
         eps = float(self.optimizer.param_groups[0].get("eps", 0.0))
-        if self.spec.eps_in_state and "cancel" not in self._warned and eps > 0 and finite:
-            if unresolved / finite > 0.01:
+        if self.spec.eps_in_state and eps > 0 and snap.layers and "cancel" not in self._warned:
+            low = min(ly.p_low for ly in snap.layers)
+            if low < 100 * RESOLUTION * eps:
                 self._warned.add("cancel")
                 warnings.warn(
-                    f"{self.spec.name}: {100 * unresolved / finite:.1f} % of elements have an adaptive term below "
-                    f"1e-6·ε (ε={eps:g}); the optimizer adds ε into its state every step, and removing it again "
-                    "cancels digits, so these values are not resolved (zeros/negatives are counted apart). Probe "
-                    "with a smaller ε (the estimate does not depend on ε) for an exact reading.",
+                    f"{self.spec.name} adds ε into its state every step; removing it again resolves the adaptive "
+                    f"term only down to {RESOLUTION:g}·ε = {RESOLUTION * eps:.1e} (smaller values count as zeros), "
+                    f"and the lowest percentile {low:.2e} is within 100× of that floor, so it may be off by more "
+                    f"than 1 %. Probe with a smaller ε (ε={eps:g} now; the estimate itself does not depend on ε).",
                     RuntimeWarning,
                     stacklevel=4,
                 )

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 Family = Literal["magnitude", "squared"]
+#: For optimizers that add ε into their state: the smallest ``A`` resolved, as a multiple of ε.
+RESOLUTION = 1e-6
 State = Mapping[str, Any]
 Group = Mapping[str, Any]
 #: ``fn(state, group) -> AdaptiveTerm | Tensor | None`` (None: no state yet for this parameter).
@@ -153,13 +155,17 @@ def _eps_free_term(s: torch.Tensor, *, step: float, beta2: float, eps: float) ->
     """``A = (1 − β2)·s′/bc2`` for a state ``s = s′ + ε·Σ_{i<t} β2^i`` that absorbed ε every step.
 
     Since ``Σ_{i<t} β2^i = bc2/(1 − β2)``, ``A = (1 − β2)·s/bc2 − ε``. The subtraction cancels digits when ε is
-    large against ``A``: float32 ``s`` holds ``A`` to about ``6e-8·(A + ε)``, so values of ``A`` below about
-    ``1e-6·ε`` are not resolved (they may come out zero or negative, and are then counted, not binned).
+    large against ``A``: a float32 state holds ``A`` to about ``1e-7·(A + ε)`` (more after many rounded steps),
+    so ``RESOLUTION·ε`` (``1e-6·ε``) is the smallest ``A`` this reading resolves. Values of magnitude below it are
+    set to exactly zero (they are rounding noise, possibly negative, not signal) and so count as zeros; the probe
+    warns when a percentile of Algorithm 2 comes within 100× of that floor.
     """
     scale = (1.0 - beta2) / (1.0 - beta2**step)
+    floor = RESOLUTION * eps
 
     def op(x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32).mul(scale).sub_(eps)
+        a = x.to(torch.float32).mul(scale).sub_(eps)
+        return a.masked_fill_(a.abs() < floor, 0.0)
 
     return AdaptiveTerm((s,), op)
 
