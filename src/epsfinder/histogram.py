@@ -57,11 +57,17 @@ _EDGES = bin_edges()
 _MIDS = 0.5 * (_EDGES[:-1] + _EDGES[1:])
 
 
-def _codes_into(values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Bin codes (0..32767) of float32 ``values``, written into the int32 buffer ``out``."""
-    bits = values.view(torch.int32)
-    torch.bitwise_right_shift(bits, _SHIFT, out=out)
-    return out.bitwise_and_(_ALL - 1)
+def count_codes_(buf: torch.Tensor) -> torch.Tensor:
+    """Counts of the 32,768 bin codes of the float32 values in ``buf``, which is overwritten (used as scratch).
+
+    A value's code is its bit pattern shifted right by 17 (sign, exponent, top 6 mantissa bits): one in-place
+    shift, one mask and one ``bincount``, with no allocation but the count vector.
+    """
+    if buf.dtype != torch.float32 or not buf.is_contiguous():
+        raise TypeError(f"count_codes_ needs a contiguous float32 buffer, got {buf.dtype}")
+    codes = buf.view(torch.int32)
+    codes.bitwise_right_shift_(_SHIFT).bitwise_and_(_ALL - 1)
+    return torch.bincount(codes, minlength=_ALL)
 
 
 @dataclass
@@ -89,25 +95,21 @@ class LogHistogram:
         """All 32,768 bin codes' counts of ``values`` as an int64 tensor on ``values``' device.
 
         This is the on-device half of :meth:`add`; keep the result on the device to sum several tensors (or
-        all-reduce across ranks) before one transfer with :meth:`from_device_counts`.
+        all-reduce across ranks) before one transfer with :meth:`from_device_counts`. ``values`` is not modified:
+        each chunk is copied into one scratch buffer first.
         """
         if values.is_sparse:
             raise TypeError("sparse tensors are not supported: pass a dense tensor (tensor.to_dense())")
         flat = values.detach().reshape(-1)
         total = torch.zeros(_ALL, dtype=torch.int64, device=flat.device)
-        if flat.numel() == 0:
+        n = flat.numel()
+        if n == 0:
             return total
-        step = max(1, min(chunk, flat.numel()))
-        buf32 = None
-        codes = torch.empty(step, dtype=torch.int32, device=flat.device)
-        for start in range(0, flat.numel(), step):
+        step = max(1, min(chunk, n))
+        buf = torch.empty(step, dtype=torch.float32, device=flat.device)
+        for start in range(0, n, step):
             part = flat[start : start + step]
-            if part.dtype != torch.float32:
-                if buf32 is None:
-                    buf32 = torch.empty(step, dtype=torch.float32, device=flat.device)
-                part = buf32[: part.numel()].copy_(part)
-            out = _codes_into(part, codes[: part.numel()])
-            total += torch.bincount(out, minlength=_ALL)
+            total += count_codes_(buf[: part.numel()].copy_(part))
         return total
 
     @classmethod

@@ -24,7 +24,7 @@ from torch import nn
 from epsfinder import _distributed
 from epsfinder.errors import NoSnapshotError
 from epsfinder.estimate import METHODS, EpsilonRange, LayerStats, SnapshotRecord, paper_percentiles
-from epsfinder.histogram import _ALL, _TINY, LogHistogram
+from epsfinder.histogram import _ALL, _TINY, LogHistogram, count_codes_
 from epsfinder.terms import RESOLUTION, AdaptiveTerm, TermSpec, lookup
 
 __all__ = ["EpsilonProbe", "Schedule", "Snapshot", "at_steps", "default_schedule", "every", "log_spaced", "per_epoch"]
@@ -263,7 +263,7 @@ class EpsilonProbe:
     def _device_codes(self, term: AdaptiveTerm) -> torch.Tensor:
         total = torch.zeros(_ALL, dtype=torch.int64, device=term.device)
         for part in term.chunks(self._chunk_size(term.numel)):
-            total += LogHistogram.device_counts(part, chunk=part.numel())
+            total += count_codes_(part)  # the chunk buffer is ours to overwrite
         return total
 
     def _zero_split(self, term: AdaptiveTerm) -> tuple[int, int]:

@@ -47,8 +47,9 @@ TermFn = Callable[[State, Group], "AdaptiveTerm | torch.Tensor | None"]
 class AdaptiveTerm:
     """``A`` for one parameter tensor, computed lazily and elementwise from state tensors.
 
-    ``op(*chunks)`` maps same-position chunks of ``inputs`` (flattened) to float32 ``A`` values, so ``A`` can
-    be computed a chunk at a time without materialising a full-size copy.
+    ``op(out, *chunks)`` writes the float32 ``A`` of same-position chunks of ``inputs`` (flattened) into ``out``
+    and returns it, so ``A`` is computed a chunk at a time into one reused buffer: no full-size copy and no
+    allocation per chunk. ``op`` must never write to its inputs.
     """
 
     inputs: tuple[torch.Tensor, ...]
@@ -63,20 +64,27 @@ class AdaptiveTerm:
         return self.inputs[0].device
 
     def chunks(self, size: int) -> Iterator[torch.Tensor]:
-        """``A`` in consecutive float32 chunks of at most ``size`` elements."""
+        """``A`` in consecutive float32 chunks of at most ``size`` elements.
+
+        The chunks share one buffer: each is valid until the next is produced, and the consumer may overwrite it.
+        """
         flats = [t.detach().reshape(-1) for t in self.inputs]
         n = flats[0].numel()
-        for start in range(0, n, max(1, size)):
-            yield self.op(*(f[start : start + size] for f in flats))
+        size = max(1, min(size, n))
+        buf = torch.empty(size, dtype=torch.float32, device=self.device)
+        for start in range(0, n, size):
+            parts = [f[start : start + size] for f in flats]
+            yield self.op(buf[: parts[0].numel()], *parts)
 
     def full(self) -> torch.Tensor:
         """``A`` as one flat float32 tensor (one full-size allocation)."""
-        return self.op(*(t.detach().reshape(-1) for t in self.inputs))
+        out = torch.empty(self.numel, dtype=torch.float32, device=self.device)
+        return self.op(out, *(t.detach().reshape(-1) for t in self.inputs))
 
     @classmethod
     def of_tensor(cls, a: torch.Tensor) -> AdaptiveTerm:
         """Wrap an already computed ``A`` (what a user's term function may return)."""
-        return cls((a,), _as_float32)
+        return cls((a,), _copy)
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,14 @@ class TermSpec:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _as_float32(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.float32)
+def _copy(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return out.copy_(x)
+
+
+def _sqrt(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.float32:
+        return torch.sqrt(x, out=out)
+    return out.copy_(x).sqrt_()
 
 
 def _step_of(state: State, group: Group) -> float:
@@ -141,14 +155,14 @@ def adam_term(v: torch.Tensor, *, step: float, beta2: float) -> AdaptiveTerm:
     """
     bc2_sqrt = math.sqrt(1.0 - beta2**step)
 
-    def op(x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32).sqrt().div_(bc2_sqrt)
+    def op(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _sqrt(out, x).div_(bc2_sqrt)
 
     return AdaptiveTerm((v,), op)
 
 
 def _sqrt_term(v: torch.Tensor) -> AdaptiveTerm:
-    return AdaptiveTerm((v,), lambda x: x.to(torch.float32).sqrt())
+    return AdaptiveTerm((v,), _sqrt)
 
 
 def _eps_free_term(s: torch.Tensor, *, step: float, beta2: float, eps: float) -> AdaptiveTerm:
@@ -163,8 +177,9 @@ def _eps_free_term(s: torch.Tensor, *, step: float, beta2: float, eps: float) ->
     scale = (1.0 - beta2) / (1.0 - beta2**step)
     floor = RESOLUTION * eps
 
-    def op(x: torch.Tensor) -> torch.Tensor:
-        a = x.to(torch.float32).mul(scale).sub_(eps)
+    def op(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        a = torch.mul(x, scale, out=out) if x.dtype == torch.float32 else out.copy_(x).mul_(scale)
+        a.sub_(eps)
         return a.masked_fill_(a.abs() < floor, 0.0)
 
     return AdaptiveTerm((s,), op)
@@ -183,9 +198,9 @@ def _rmsprop(state: State, group: Group) -> AdaptiveTerm | None:
         return None
     if group.get("centered") and "grad_avg" in state:
 
-        def op(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        def op(out: torch.Tensor, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
             g32 = g.to(torch.float32)
-            return v.to(torch.float32).addcmul(g32, g32, value=-1).sqrt_()
+            return out.copy_(v).addcmul_(g32, g32, value=-1).sqrt_()
 
         return AdaptiveTerm((state["square_avg"], state["grad_avg"]), op)
     return _sqrt_term(state["square_avg"])
@@ -196,7 +211,7 @@ def _adagrad(state: State, group: Group) -> AdaptiveTerm | None:
 
 
 def _adamax(state: State, group: Group) -> AdaptiveTerm | None:
-    return AdaptiveTerm((state["exp_inf"],), _as_float32) if "exp_inf" in state else None
+    return AdaptiveTerm((state["exp_inf"],), _copy) if "exp_inf" in state else None
 
 
 def _adam_like_group_step(state: State, group: Group) -> AdaptiveTerm | None:
@@ -210,7 +225,7 @@ def _adam_like_group_step(state: State, group: Group) -> AdaptiveTerm | None:
 def _madgrad(state: State, group: Group) -> AdaptiveTerm | None:
     if "grad_sum_sq" not in state:
         return None
-    return AdaptiveTerm((state["grad_sum_sq"],), lambda x: x.to(torch.float32).pow(1.0 / 3.0))
+    return AdaptiveTerm((state["grad_sum_sq"],), lambda out, x: out.copy_(x).pow_(1.0 / 3.0))
 
 
 def _adabelief(state: State, group: Group) -> AdaptiveTerm | None:
