@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from epsfinder.errors import EpsfinderError
+
 # Modules holding subcommands, in the order `epsfinder --help` lists them.
 _COMMAND_MODULES = ("estimate", "optimizers", "tasks", "train", "sweep", "report")
 
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CliError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (CliError, EpsfinderError, ValueError, FileNotFoundError, ImportError) as err:
         if args.verbose:
             raise
         print(f"epsfinder {args.command}: error: {err}", file=sys.stderr)
