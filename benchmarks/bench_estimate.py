@@ -50,20 +50,36 @@ def main() -> None:
         times["plain_epoch"].append(time.perf_counter() - t)
         setup.model.load_state_dict(base)
         t = time.perf_counter()
-        estimate_range(setup.model, setup.loss_fn, setup.train_loader, args.optimizer, method=args.method,
-                       weight_decay=setup.hparams.get("weight_decay"), progress_bar=False)
+        estimate_range(
+            setup.model,
+            setup.loss_fn,
+            setup.train_loader,
+            args.optimizer,
+            method=args.method,
+            weight_decay=setup.hparams.get("weight_decay"),
+            progress_bar=False,
+        )
         times["estimate"].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    row = {"task": args.task, "optimizer": args.optimizer, "method": args.method, "steps": setup.steps_per_epoch,
-           "seconds": med, "all_seconds": times, "estimate_over_plain_epoch": med["estimate"] / med["plain_epoch"],
-           "threads": torch.get_num_threads()}
+    row = {
+        "task": args.task,
+        "optimizer": args.optimizer,
+        "method": args.method,
+        "steps": setup.steps_per_epoch,
+        "seconds": med,
+        "all_seconds": times,
+        "estimate_over_plain_epoch": med["estimate"] / med["plain_epoch"],
+        "threads": torch.get_num_threads(),
+    }
     out = Path(__file__).parent / "results" / f"estimate-{args.method}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=1))
     print("| task | optimizer | method | plain epoch (s) | estimate (s) | estimate / plain epoch |")
     print("|---|---|---|---|---|---|")
-    print(f"| {args.task} | {args.optimizer} | {args.method} | {med['plain_epoch']:.2f} | {med['estimate']:.2f} "
-          f"| {row['estimate_over_plain_epoch']:.2f}× |")
+    print(
+        f"| {args.task} | {args.optimizer} | {args.method} | {med['plain_epoch']:.2f} | {med['estimate']:.2f} "
+        f"| {row['estimate_over_plain_epoch']:.2f}× |"
+    )
     print(f"\nwrote {out}")
 
 

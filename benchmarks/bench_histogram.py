@@ -112,19 +112,29 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     rows = [bench(n, device, args.repeats) for n in args.sizes]
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
-    out = Path(args.out or Path(__file__).parent / "results" / f"histogram{'-cuda' if device.type == 'cuda' else ''}.json")
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+    }
+    out = Path(
+        args.out or Path(__file__).parent / "results" / f"histogram{'-cuda' if device.type == 'cuda' else ''}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"env": env, "rows": rows}, indent=1))
-    print(f"| elements | device | Adam step (s) | snapshot (s) | paper sort (s) | snapshot / Adam step | sort / snapshot "
-          "| snapshot extra peak / tensor | sort extra peak / tensor |")
+    print(
+        "| elements | device | Adam step (s) | snapshot (s) | paper sort (s) | snapshot / Adam step | sort / snapshot "
+        "| snapshot extra peak / tensor | sort extra peak / tensor |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["seconds"]
-        print(f"| {r['elements']:,} | {r['device']} | {s['adam_step']:.4f} | {s['snapshot']:.4f} | {s['paper_sort']:.3f} "
-              f"| {r['snapshot_over_adam_step']:.2f}× | {r['sort_over_snapshot']:.1f}× "
-              f"| {100 * r['snapshot_extra_peak_over_tensor']:.1f} % | {100 * r['sort_extra_peak_over_tensor']:.0f} % |")
+        print(
+            f"| {r['elements']:,} | {r['device']} | {s['adam_step']:.4f} | {s['snapshot']:.4f} | {s['paper_sort']:.3f} "
+            f"| {r['snapshot_over_adam_step']:.2f}× | {r['sort_over_snapshot']:.1f}× "
+            f"| {100 * r['snapshot_extra_peak_over_tensor']:.1f} % | {100 * r['sort_extra_peak_over_tensor']:.0f} % |"
+        )
     print(f"\nwrote {out}")
 
 

@@ -10,15 +10,32 @@ import pytest
 from epsfinder.cli import main
 from epsfinder.tasks.data import data_status
 
-needs_fmnist = pytest.mark.skipif(data_status("fashion-mnist") is not None, reason="apt-get install dataset-fashion-mnist")
+needs_fmnist = pytest.mark.skipif(
+    data_status("fashion-mnist") is not None, reason="apt-get install dataset-fashion-mnist"
+)
 
 
 @needs_fmnist
 @pytest.mark.parametrize("method", ["histogram", "paper"])
 def test_estimate_on_fashion_mnist_slice(tmp_path, capsys, method):
     out = tmp_path / "run"
-    rc = main(["estimate", "--task", "fashion-mnist-mlp", "--optimizer", "adam", "--limit", "2048",
-               "--method", method, "--out", str(out), "--no-progress", "--no-report"])
+    rc = main(
+        [
+            "estimate",
+            "--task",
+            "fashion-mnist-mlp",
+            "--optimizer",
+            "adam",
+            "--limit",
+            "2048",
+            "--method",
+            method,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-report",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "ε range: [" in text and "adaptability" in text and "net.1.weight" in text
@@ -32,8 +49,23 @@ def test_estimate_on_fashion_mnist_slice(tmp_path, capsys, method):
 def test_optimizers_lists_every_supported_name(capsys):
     assert main(["optimizers"]) == 0
     text = capsys.readouterr().out
-    for name in ("adam", "adamw", "amsgrad", "nadam", "radam", "adamax", "rmsprop", "rmsprop-centered", "adagrad",
-                 "adabelief", "diffgrad", "adamod", "madgrad", "eadam", "adamomentum"):
+    for name in (
+        "adam",
+        "adamw",
+        "amsgrad",
+        "nadam",
+        "radam",
+        "adamax",
+        "rmsprop",
+        "rmsprop-centered",
+        "adagrad",
+        "adabelief",
+        "diffgrad",
+        "adamod",
+        "madgrad",
+        "eadam",
+        "adamomentum",
+    ):
         assert f"\n{name} " in text
     assert "register_term" in text
 
@@ -61,6 +93,7 @@ def test_python_dash_m(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "epsfinder", "--version"], capture_output=True, text=True,
-                       env={**os.environ}, check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "epsfinder", "--version"], capture_output=True, text=True, env={**os.environ}, check=True
+    )
     assert r.stdout.startswith("epsfinder ")
