@@ -8,12 +8,12 @@ import math
 
 import pytest
 import torch
-from _models import digits_batches, mlp
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 import epsfinder
+from _models import digits_batches, mlp
 from epsfinder import EpsilonRange, estimate_range
 from epsfinder.estimate import beta2_for_batches, round_to_power_of_ten
 

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from _models import MODELS, digits_batches, mlp, train
 from torch import nn
 
 import epsfinder
+from _models import MODELS, digits_batches, mlp, train
 from epsfinder import EpsilonProbe, NoSnapshotError, every, make_optimizer
 
 ADAPTIVE = epsfinder.optimizer_names(adaptive_only=True)

@@ -340,4 +340,3 @@ def _gatherer(term: AdaptiveTerm | None, sizes: list[int], device: torch.device)
         return torch.cat([t[:n] for t, n in zip(parts, sizes)])
 
     return full
-

@@ -320,8 +320,8 @@ class EpsilonRange:
         ]
         if sgd_lr is not None:
             notes.append(
-                f"At ε = {self.upper:.0e} about {100 * self.fraction_above(self.upper):.1f} % of elements stay "
-                f"adaptive: the optimizer acts as SGD + momentum with learning rate ≈ {sgd_lr:.3g}, a cheaper "
+                f"At ε = {self.upper:.0e} {_share(self.fraction_above(self.upper))} of the elements stay adaptive: "
+                f"the optimizer acts as SGD + momentum with learning rate ≈ {sgd_lr:.3g}, a cheaper "
                 "substitute."
             )
         if beta2 is not None:
@@ -434,6 +434,15 @@ class EpsilonRange:
             f"EpsilonRange(lower={self.lower:.0e}, upper={self.upper:.0e}, optimizer={self.optimizer!r}, "
             f"method={self.method!r}, layers={len(self.layers)}, step={self.step})"
         )
+
+
+def _share(x: float) -> str:
+    """A share as readable percent: "none", "< 0.1 %", "12.3 %"."""
+    if x == 0:
+        return "none"
+    if x < 0.001:
+        return "< 0.1 %"
+    return f"{100 * x:.1f} %"
 
 
 def _jsonable(x: Any) -> Any:

@@ -14,11 +14,22 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from epsfinder.errors import EpsfinderError
+
 Metric = Literal["accuracy", "perplexity", "bleu", "loss"]
 Direction = Literal["maximize", "minimize"]
 Batch = Any
 #: ``step_fn(model, batch) -> loss`` for batch layouts other than ``(inputs, targets)``.
 StepFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+class PresetTooLargeError(EpsfinderError, MemoryError, ValueError):
+    """A task preset needs more memory than the device has free; raised by ``build`` before any training.
+
+    The message gives the estimate, the free memory, and what to do (a smaller preset, ``limit``, a smaller
+    ``batch_size`` option, or another device). Subclasses :class:`MemoryError` and :class:`ValueError` (so the
+    CLI reports it as a usage error, exit status 2).
+    """
 
 
 @dataclass
