@@ -221,6 +221,8 @@ def _split(row: torch.Tensor) -> tuple[int | None, int | None]:
 def _bin_replicated(probe: EpsilonProbe, pending: Pending) -> list[BinnedLayer]:
     dist = _dist()
     terms = [term for _, _, _, term in pending]
+    if not terms:  # nothing has state yet; the replicas agree on that (same parameters, same gradients)
+        return []
     device = _comm_device(terms[0].device if terms else None)
     rows = _rows(probe, terms, device)
     for i, (name, _, _, term) in enumerate(pending):
