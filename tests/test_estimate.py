@@ -99,7 +99,7 @@ def test_grid_fraction_and_recommendation(batches):
     per = r.fraction_above(grid[0], per_layer=True)
     assert set(per) == {ly.name for ly in r.layers}
     rec = r.recommend()
-    assert rec.sgd_lr == pytest.approx(1e-3 / r.upper) and rec.beta2 == 0.9  # 6 batches per epoch
+    assert rec.sgd_lr == pytest.approx((1 - 0.9) * 1e-3 / r.upper) and rec.beta2 == 0.9  # 6 batches per epoch
     assert r.recommend(batches_per_epoch=668).beta2 == 0.999  # the paper's PTB example
 
 

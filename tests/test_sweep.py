@@ -272,7 +272,7 @@ def test_run_sweep_user_task_and_baseline(tmp_path: Path) -> None:
     assert [t["state"] for t in r.trials] == ["COMPLETE", "COMPLETE"]
     assert r.best is not None and r.best["eps"] == 0.1
     assert r.baseline is not None and r.baseline["optimizer"] == "sgd"
-    assert math.isclose(r.baseline["lr"], r.best["lr"] / 0.1)
+    assert math.isclose(r.baseline["lr"], (1 - 0.9) * r.best["lr"] / 0.1)  # torch SGD(momentum=0.9)
     assert "top of the ε grid" in r.baseline["reason"] and r.baseline["value"] is not None
     assert r.complete
     data = json.loads((tmp_path / "sweep.json").read_text())

@@ -144,8 +144,9 @@ class Recommendation:
 
     Attributes:
         eps_lower, eps_upper: the two ends to try (the paper: try only these, then tune α for each).
-        sgd_lr: at the upper end the optimizer ≈ SGD + momentum with this learning rate (``α/ε`` for magnitude
-            terms, ``α·sqrt((1 − β2)/ε)`` for squared terms); None without a learning rate.
+        sgd_lr: at the upper end the optimizer ≈ ``torch.optim.SGD(momentum=β1)`` with this learning rate
+            (``(1 − β1)·α/ε`` for magnitude terms, ``(1 − β1)·α·sqrt((1 − β2)/ε)`` for squared terms, see
+            :func:`sgd_equivalent_lr`); None without a learning rate.
         beta2: at the lower (adaptive) end, the smallest ``1 − 10^-k`` with ``1/(1 − β2)`` ≥ batches per epoch;
             None when the number of batches is unknown.
         notes: the advice as sentences.
@@ -167,6 +168,22 @@ class Recommendation:
             "beta2": self.beta2,
             "notes": list(self.notes),
         }
+
+
+def sgd_equivalent_lr(
+    lr: float, eps: float, family: str = "magnitude", *, beta1: float = 0.9, beta2: float = 0.999
+) -> float:
+    """The learning rate of ``torch.optim.SGD(momentum=β1)`` that an optimizer at large ε approaches (NOTES §1, §4).
+
+    With ε ≫ A the step is ``α·m̂/ε`` (magnitude terms) or ``α·m̂·sqrt((1 − β2)/ε)`` (squared terms), where ``m̂`` is
+    an *average* of gradients. torch's SGD momentum buffer is a *sum* (``b = β1·b + g``, about ``g/(1 − β1)``), so
+    the matching SGD learning rate carries a factor ``1 − β1``: ``(1 − β1)·α/ε``. (The paper's "SGD at α/ε" is the
+    same optimizer written with dampening = β1, i.e. ``SGD(momentum=β1, dampening=β1, lr=α/ε)``.)
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got eps={eps}")
+    scale = math.sqrt((1.0 - beta2) / eps) if family == "squared" else 1.0 / eps
+    return (1.0 - beta1) * float(lr) * scale
 
 
 def beta2_for_batches(batches: int) -> float:
@@ -307,12 +324,10 @@ class EpsilonRange:
         betas = self.hyperparameters.get("betas")
         beta2_now = float(betas[1]) if betas else None
         sgd_lr = None
+        beta1 = float(betas[0]) if betas else 0.9
         if lr is not None:
-            if self.family == "squared":
-                b2 = beta2_now if beta2_now is not None else 0.999
-                sgd_lr = float(lr) * math.sqrt((1.0 - b2) / self.upper)
-            else:
-                sgd_lr = float(lr) / self.upper
+            b2 = beta2_now if beta2_now is not None else 0.999
+            sgd_lr = sgd_equivalent_lr(float(lr), self.upper, self.family, beta1=beta1, beta2=b2)
         beta2 = beta2_for_batches(batches) if batches else None
         notes = [
             f"Try only the two ends, ε = {self.lower:.0e} and ε = {self.upper:.0e}, and tune the learning rate for "
@@ -321,8 +336,8 @@ class EpsilonRange:
         if sgd_lr is not None:
             notes.append(
                 f"At ε = {self.upper:.0e} {_share(self.fraction_above(self.upper))} of the elements stay adaptive: "
-                f"the optimizer acts as SGD + momentum with learning rate ≈ {sgd_lr:.3g}, a cheaper "
-                "substitute."
+                f"the optimizer acts as SGD + momentum: torch.optim.SGD(momentum={beta1:g}) with learning rate "
+                f"≈ {sgd_lr:.3g} (the paper's α/ε in its dampened form), a cheaper substitute."
             )
         if beta2 is not None:
             notes.append(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from epsfinder.errors import EpsfinderError
+from epsfinder.estimate import sgd_equivalent_lr as _sgd_lr
 from epsfinder.sweep import _protocol as proto
 from epsfinder.sweep._spec import describe, paper_eps_grid, paper_lr_grid, parse_values, unit_family
 from epsfinder.sweep._storage import check_reachable, default_storage_url, normalize_url, open_storage, redact
@@ -555,16 +556,13 @@ def _default_beta2(optimizer: str) -> float:
         return 0.999
 
 
-def sgd_equivalent_lr(lr: float, eps: float, family: str, beta2: float | None = None) -> float:
-    """The SGD + momentum learning rate that the optimizer approaches at large ε (NOTES §3, §4).
+def sgd_equivalent_lr(lr: float, eps: float, family: str, beta2: float | None = None, beta1: float = 0.9) -> float:
+    """The ``torch.optim.SGD(momentum=β1)`` learning rate the optimizer approaches at large ε.
 
-    ``α/ε`` for magnitude terms; ``α·sqrt((1 − β2)/ε)`` for squared terms (β2 default 0.999), as
-    :meth:`EpsilonRange.recommend` computes ``sgd_lr``.
+    ``(1 − β1)·α/ε`` for magnitude terms, ``(1 − β1)·α·sqrt((1 − β2)/ε)`` for squared terms; see
+    :func:`epsfinder.estimate.sgd_equivalent_lr`.
     """
-    if family == "squared":
-        b2 = 0.999 if beta2 is None else beta2
-        return float(lr) * math.sqrt((1.0 - b2) / eps)
-    return float(lr) / eps
+    return _sgd_lr(lr, eps, family, beta1=beta1, beta2=0.999 if beta2 is None else beta2)
 
 
 def _baseline(
@@ -589,7 +587,7 @@ def _baseline(
         b2 = _default_beta2(cfg.optimizer)
     sgd_lr = sgd_equivalent_lr(best["lr"], best["eps"], family, b2)
     where = "the upper end of the estimated range" if at_upper else "the top of the ε grid"
-    formula = "α/ε" if family != "squared" else "α·sqrt((1 − β2)/ε)"
+    formula = "(1 − β1)·α/ε" if family != "squared" else "(1 − β1)·α·sqrt((1 − β2)/ε)"
     reason = (
         f"best ε = {best['eps']:g} is {where}, where {cfg.optimizer} acts as SGD + momentum with lr = {formula} = "
         f"{sgd_lr:.4g}"
