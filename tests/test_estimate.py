@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 
@@ -87,7 +88,7 @@ def test_grid_fraction_and_recommendation(batches):
     r = estimate_range(mlp(), CE, batches, "adam", lr=1e-3, progress_bar=False)
     grid = r.grid()
     assert grid[0] == r.lower and grid[-1] == r.upper
-    assert all(b / a == pytest.approx(10) for a, b in zip(grid, grid[1:]))
+    assert all(b / a == pytest.approx(10) for a, b in itertools.pairwise(grid))
     shares = [r.fraction_above(e) for e in grid]
     assert shares == sorted(shares, reverse=True)
     for ly in r.layers:  # P2 and P98 of the non-zero terms

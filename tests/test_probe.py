@@ -177,7 +177,7 @@ def test_sparse_gradients_are_refused():
     opt = torch.optim.Adagrad(emb.parameters())
     probe = EpsilonProbe(opt, model=emb, schedule=every(1))
     emb(torch.tensor([1, 2])).sum().backward()
-    with pytest.raises(ValueError, match="sparse gradient.*sparse=False"):
+    with pytest.raises(ValueError, match=r"sparse gradient.*sparse=False"):
         opt.step()
     probe.detach()
 
@@ -188,7 +188,7 @@ def test_bad_arguments():
         EpsilonProbe(opt, method="sort")
     with pytest.raises(ValueError, match="percentiles must satisfy"):
         EpsilonProbe(opt, percentiles=(98, 2))
-    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         EpsilonProbe(object())  # type: ignore[arg-type]
     with pytest.raises(epsfinder.UnsupportedOptimizerError, match="register_term"):
         EpsilonProbe(torch.optim.SGD(mlp().parameters(), lr=0.1))

@@ -136,7 +136,7 @@ def test_register_task_makes_a_users_task_available_by_name() -> None:
         register_task(_ToyTask(), replace=True)
     finally:
         unregister_task("toy-task")
-    with pytest.raises(TypeError, match="not a Task: it lacks name, .*build"):
+    with pytest.raises(TypeError, match=r"not a Task: it lacks name, .*build"):
         register_task(object())  # type: ignore[arg-type]
 
 

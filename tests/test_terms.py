@@ -20,7 +20,7 @@ def _grads(seed: int = 0) -> list[list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     shapes = [(5, 7), (3,), (2, 2, 2)]
     out = []
-    for k in range(STEPS):
+    for _ in range(STEPS):
         grads = [torch.randn(s, generator=g) * 10.0 ** torch.empty(s).uniform_(-4, 0, generator=g) for s in shapes]
         grads[0][0, :] = 0.0  # a row that never gets gradient: A = 0 there
         out.append(grads)
@@ -101,9 +101,9 @@ def test_sgd_and_unknown_name_errors_name_the_fix():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
     with pytest.raises(UnsupportedOptimizerError, match=r"SGD has no adaptive term.*adam.*register_term"):
         lookup(opt)
-    with pytest.raises(UnsupportedOptimizerError, match="unknown optimizer name 'adamm'.*adabelief"):
+    with pytest.raises(UnsupportedOptimizerError, match=r"unknown optimizer name 'adamm'.*adabelief"):
         make_optimizer("adamm", [nn.Parameter(torch.zeros(2))])
-    with pytest.raises(ValueError, match="adagrad.*has no β2"):
+    with pytest.raises(ValueError, match=r"adagrad.*has no β2"):
         make_optimizer("adagrad", [nn.Parameter(torch.zeros(2))], beta2=0.99)
 
 
