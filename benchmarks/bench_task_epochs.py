@@ -155,8 +155,8 @@ def run(tasks: list[str], presets: list[str], paper_steps: int) -> None:
 def markdown() -> str:
     data = _load()
     lines = [
-        "| task | preset | parameters | steps/epoch | time/epoch | how | metric after 1 epoch |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| task | preset | parameters | steps/epoch | time/epoch | how | metric after 1 epoch | load |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
     ]
     order = [t.name for t in list_tasks()]
     for key in sorted(data["entries"], key=lambda k: (order.index(k.split("/")[0]), k.split("/")[1])):
@@ -183,7 +183,10 @@ def markdown() -> str:
         else:
             metric_text = f"{metric:.2f} BLEU"
         params = f"{e['params'] / 1e6:.2f} M" if e.get("params") else "–"
-        lines.append(f"| {name} | {preset} | {params} | {e['steps_per_epoch']} | {when} | {how} | {metric_text} |")
+        load = float(np.mean(e["load_avg_1m"])) if e.get("load_avg_1m") else float("nan")
+        lines.append(
+            f"| {name} | {preset} | {params} | {e['steps_per_epoch']} | {when} | {how} | {metric_text} | {load:.1f} |"
+        )
     return "\n".join(lines)
 
 

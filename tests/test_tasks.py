@@ -334,9 +334,9 @@ def test_translation_bleu_is_in_range(small_tokenizer_cache: Path) -> None:
 LEARNS: dict[str, tuple[int, dict[str, Any], int, float]] = {
     "digits-mlp": (256, {"batch_size": 32}, 12, 1e-3),
     "fashion-mnist-mlp": (512, {"batch_size": 32}, 12, 1e-3),
-    "fashion-mnist-alexnet": (512, {"batch_size": 32}, 12, 1e-3),
+    "fashion-mnist-alexnet": (1024, {"batch_size": 32}, 32, 1e-3),  # dropout 0.5 and 8 layers: slower start
     "fashion-mnist-vgg11": (512, {"batch_size": 32}, 12, 1e-3),
-    "fashion-mnist-resnet": (512, {"batch_size": 32}, 12, 1e-3),
+    "fashion-mnist-resnet": (1024, {"batch_size": 32}, 24, 1e-3),
     "ptb-lstm1": (20 * 21 * 12, {"bptt": 20}, 12, 3e-3),
     "ptb-lstm2": (20 * 21 * 12, {"bptt": 20}, 12, 3e-3),
     "es-en-transformer": (256, {"batch_size": 16, "tokenizer_pairs": 2000, "vocab_size": 600}, 12, 1e-3),
@@ -373,7 +373,7 @@ def test_every_installed_task_learns_on_real_data(name: str, small_tokenizer_cac
             opt.zero_grad()
             loss = setup.step_fn(setup.model, batch) if setup.step_fn else setup.loss_fn(setup.model(batch[0]),
                                                                                           batch[1])
-            assert math.isfinite(float(loss))
+            assert math.isfinite(float(loss.detach()))
             loss.backward()
             if clip:
                 nn.utils.clip_grad_norm_(setup.model.parameters(), clip)

@@ -17,6 +17,7 @@ from torch import nn
 
 from epsfinder._catalog import make_optimizer
 from epsfinder._progress import progress
+from epsfinder._util import to_device
 from epsfinder.estimate import METHODS, EpsilonRange
 from epsfinder.probe import EpsilonProbe, Schedule, at_steps, per_epoch
 
@@ -25,16 +26,6 @@ __all__ = ["estimate_range"]
 log = logging.getLogger("epsfinder")
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]
-
-
-def _to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to_device(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: _to_device(v, device) for k, v in x.items()}
-    return x
 
 
 def _build_optimizer(
@@ -140,7 +131,7 @@ def estimate_range(
         for batch in progress(loader, total=total, desc=f"estimate ({probe.spec.name})", enabled=progress_bar):
             if steps is not None and taken >= steps:
                 break
-            batch = _to_device(batch, dev)
+            batch = to_device(batch, dev)
             opt.zero_grad(set_to_none=True)
             if step_fn is not None:
                 loss = step_fn(model, batch)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -408,6 +409,8 @@ class EpsilonRange:
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 1) -> str:
         """Serialise to JSON; also write it to ``path`` when given. Returns the JSON text."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+        if indent is not None:  # keep lists of numbers (histogram counts) on one line
+            text = _NUMBER_BREAK.sub("", text)
         if path is not None:
             p = Path(path)
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -449,6 +452,9 @@ class EpsilonRange:
             f"EpsilonRange(lower={self.lower:.0e}, upper={self.upper:.0e}, optimizer={self.optimizer!r}, "
             f"method={self.method!r}, layers={len(self.layers)}, step={self.step})"
         )
+
+
+_NUMBER_BREAK = re.compile(r"(?<=[\[,])\n\s+(?=[-0-9])|(?<=[0-9])\n\s+(?=\])")
 
 
 def _share(x: float) -> str:

@@ -56,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         kwargs["weight_decay"] = wd
     if args.eps is not None:
         kwargs["eps"] = args.eps
+    entry = OPTIMIZERS[args.optimizer.lower()]
     if args.beta2 is not None:
         kwargs["beta2"] = args.beta2
+    elif hp.get("betas") and entry.beta2 == "betas":  # the preset's β1, β2 (e.g. the Transformer's 0.98)
+        kwargs["beta2"] = float(hp["betas"][1])
     result = estimate_range(
         setup.model,
         setup.loss_fn,

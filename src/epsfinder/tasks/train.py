@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from epsfinder._progress import progress as progress_bar
+from epsfinder._util import to_device
 
 __all__ = ["TrainResult", "accuracy_of", "bleu_score", "perplexity_of", "train_task"]
 
@@ -34,18 +35,6 @@ log = logging.getLogger("epsfinder")
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _to_device(x: Any, device: torch.device | str | None) -> Any:
-    if device is None:
-        return x
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to_device(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: _to_device(v, device) for k, v in x.items()}
-    return x
 
 
 def accuracy_of(
@@ -369,7 +358,7 @@ def train_task(
                 enabled=progress,
             )
             for batch in batches:
-                batch = _to_device(batch, dev)
+                batch = to_device(batch, dev)
                 opt.zero_grad(set_to_none=True)
                 if step_fn is not None:
                     loss = step_fn(model, batch)
