@@ -167,3 +167,19 @@ def test_bad_input(batches):
         zero = [(torch.zeros(4, 64), torch.zeros(4, dtype=torch.long))]
         lin = nn.Linear(64, 10, bias=False)
         estimate_range(lin, lambda out, y: out.sum() * 0, zero, "adam", progress_bar=False)
+
+
+@pytest.mark.parametrize("name", ["adabelief", "eadam", "adamomentum"])
+def test_eps_in_state_optimizers_probe_with_a_tiny_eps(name, batches):
+    import warnings
+
+    torch.manual_seed(0)
+    model = mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no resolution warning with the default tiny ε
+        r = estimate_range(model, CE, batches, name, progress_bar=False)
+    assert r.hyperparameters["eps"] == pytest.approx(1e-30)
+    # The ε-free term does not depend on ε: a moderate ε gives the same bounds where it resolves them.
+    r8 = estimate_range(model, CE, batches, name, eps=1e-20, progress_bar=False)
+    assert r8.raw_upper == pytest.approx(r.raw_upper, rel=1e-3)
+    assert r8.raw_lower == pytest.approx(r.raw_lower, rel=1e-3)

@@ -15,17 +15,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from epsfinder._catalog import make_optimizer
+from epsfinder._catalog import make_optimizer, optimizer_class
 from epsfinder._progress import progress
 from epsfinder._util import to_device
 from epsfinder.estimate import METHODS, EpsilonRange
 from epsfinder.probe import EpsilonProbe, Schedule, at_steps, per_epoch
+from epsfinder.terms import lookup
 
 __all__ = ["estimate_range"]
 
 log = logging.getLogger("epsfinder")
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]
+#: ε used in the dry pass for optimizers that add ε into their state, unless one is given (see ``estimate_range``).
+PROBE_EPS = 1e-30
 
 
 def _build_optimizer(
@@ -88,7 +91,9 @@ def estimate_range(
         device: move batches there (default: the device of the model's first parameter).
         progress_bar: show a progress bar over the pass.
         **optimizer_kwargs: hyperparameters for the optimizer (``betas``, ``beta2``, ``eps``, ``weight_decay``,
-            ``lr``, ...). ``lr`` does not change the estimate, since weights are restored after every step.
+            ``lr``, ...). ``lr`` does not change the estimate, since weights are restored after every step; nor does
+            ``eps``, except that for optimizers adding ε into their state (AdaBelief, EAdam, AdaMomentum) the term
+            is resolved only down to ``1e-6·ε``: their pass uses ``eps=1e-30`` unless you set one.
 
     Returns:
         the :class:`EpsilonRange` at the last step.
@@ -115,7 +120,14 @@ def estimate_range(
                 "longer loader"
             )
     total = steps if steps is not None else length
-    opt = _build_optimizer(optimizer, params, dict(optimizer_kwargs))
+    kwargs = dict(optimizer_kwargs)
+    if not isinstance(optimizer, torch.optim.Optimizer) and "eps" not in kwargs:
+        cls = optimizer_class(optimizer) if isinstance(optimizer, str) else optimizer
+        if isinstance(cls, type) and lookup(cls).eps_in_state:
+            # The ε-free term does not depend on ε (weights are fixed), but reading it back subtracts the ε the
+            # state absorbed, which resolves A only down to 1e-6·ε: probe with a tiny ε.
+            kwargs["eps"] = PROBE_EPS
+    opt = _build_optimizer(optimizer, params, kwargs)
     dev = torch.device(device) if device is not None else params[0].device
 
     if schedule is None:
