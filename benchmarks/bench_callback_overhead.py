@@ -8,7 +8,7 @@ directly). The callback runs at its default schedule (four snapshots per epoch, 
 
     python benchmarks/bench_callback_overhead.py --repeats 7
 
-prints a Markdown table row for ``benchmarks/README_integrations.md``.
+prints a Markdown table row for ``benchmarks/README.md``.
 """
 
 from __future__ import annotations

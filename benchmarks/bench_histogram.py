@@ -109,7 +109,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (1 on a shared machine: see README)"
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = [bench(n, device, args.repeats) for n in args.sizes]
     env = {
