@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from _tasks_helpers import NAMES
 from epsfinder.tasks import PresetTooLargeError, Task, TaskSetup, get_task, list_tasks, register_task
 from epsfinder.tasks import builtin as builtin_mod
 from epsfinder.tasks.builtin import (
@@ -29,19 +30,6 @@ from epsfinder.tasks.builtin import (
 from epsfinder.tasks.models import MLP, VGG, AlexNet, LSTMLanguageModel, ResNet, TransformerTranslator
 from epsfinder.tasks.registry import unregister_task
 from epsfinder.tasks.train import accuracy_of, bleu_score, perplexity_of
-
-NAMES = [
-    "digits-mlp",
-    "fashion-mnist-mlp",
-    "fashion-mnist-alexnet",
-    "fashion-mnist-vgg11",
-    "fashion-mnist-resnet",
-    "cifar10-vgg11",
-    "cifar10-resnet",
-    "ptb-lstm1",
-    "ptb-lstm2",
-    "es-en-transformer",
-]
 
 
 @pytest.fixture

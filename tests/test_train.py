@@ -7,22 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from _tasks_helpers import NAMES
 from epsfinder.cli import main
 from epsfinder.errors import UnsupportedOptimizerError
 from epsfinder.tasks import TrainResult, get_task, train_task
-
-NAMES = [
-    "digits-mlp",
-    "fashion-mnist-mlp",
-    "fashion-mnist-alexnet",
-    "fashion-mnist-vgg11",
-    "fashion-mnist-resnet",
-    "cifar10-vgg11",
-    "cifar10-resnet",
-    "ptb-lstm1",
-    "ptb-lstm2",
-    "es-en-transformer",
-]
 
 
 @pytest.fixture(autouse=True)

@@ -176,6 +176,16 @@ def _write_outputs(result: EpsilonRange, out_dir: str | os.PathLike[str], *, rep
     return out
 
 
+def _epoch_steps(batches: int, accumulate: Any) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches with ``accumulate`` gradient-accumulation steps."""
+    return max(1, math.ceil(batches / max(1, int(accumulate or 1))))
+
+
+def _finder_dir(root: str | os.PathLike[str] | None) -> Path | None:
+    """The callbacks' default output folder, ``root/epsfinder`` (``None`` without a root)."""
+    return None if root is None else Path(root) / "epsfinder"
+
+
 def _summary_line(result: EpsilonRange) -> str:
     return f"epsfinder: {result.optimizer} ε range [{result.lower:.0e}, {result.upper:.0e}] at step {result.step}" + (
         f" (epoch {result.epoch:.2f})" if result.epoch is not None else ""
@@ -260,6 +270,23 @@ class _Finder:
         for p in self.probes:
             p.detach()
 
+    def end_first_epoch(self, default_dir: str | os.PathLike[str] | None, *, is_main: bool) -> bool:
+        """Write the result once, at the end of the first epoch; ``True`` when training should stop now."""
+        if self.first_epoch_written or not self.attached:
+            return False
+        self.first_epoch_written = True
+        self.write(default_dir, is_main=is_main)
+        if self.stop_after_first_epoch:
+            self.detach()
+            return True
+        return False
+
+    def end_training(self, default_dir: str | os.PathLike[str] | None, *, is_main: bool) -> None:
+        """Rewrite the result when still probing (or when no epoch ended), then detach."""
+        if self.attached or not self.first_epoch_written:
+            self.write(default_dir, is_main=is_main)
+        self.detach()
+
     @property
     def attached(self) -> bool:
         return any(p.attached for p in self.probes)
@@ -301,3 +328,54 @@ class _Finder:
             target = folder if i == 0 else folder / f"optimizer{i}"
             written.append(_write_outputs(result, target, report=self.report))
         return written
+
+
+class _FinderCallback:
+    """The framework-independent half of both ``EpsilonFinderCallback`` classes: arguments, state and result.
+
+    Listed before the framework's callback base class, whose ``__init__`` it calls with no arguments.
+    """
+
+    #: The verb that ends the "not attached yet" message (``Trainer.fit`` or ``Trainer.train``).
+    _run_verb = "fit"
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str] | None = None,
+        schedule: Schedule | None = None,
+        method: str = "histogram",
+        eps: float | None = None,
+        log: bool = True,
+        stop_after_first_epoch: bool = False,
+        *,
+        distributed: str | None = "auto",
+        report: bool = True,
+    ) -> None:
+        super().__init__()
+        self._finder = _Finder(
+            out_dir=out_dir,
+            schedule=schedule,
+            method=method,
+            eps=eps,
+            log=log,
+            stop_after_first_epoch=stop_after_first_epoch,
+            distributed=distributed,
+            report=report,
+        )
+
+    @property
+    def probes(self) -> list[EpsilonProbe]:
+        return self._finder.probes
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self._finder.history
+
+    @property
+    def result(self) -> EpsilonRange:
+        """The first optimizer's :class:`~epsfinder.EpsilonRange` (raises NoSnapshotError before any snapshot)."""
+        if not self.probes:
+            raise RuntimeError(
+                f"the callback has not been attached yet: pass it to Trainer(callbacks=[...]) and {self._run_verb}"
+            )
+        return self.probes[0].result()

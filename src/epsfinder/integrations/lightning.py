@@ -25,13 +25,11 @@ so either trainer accepts it. It needs ``pip install 'epsfinder[integrations]'``
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from epsfinder.estimate import EpsilonRange
-from epsfinder.integrations import INSTALL_HINT, _Finder
-from epsfinder.probe import EpsilonProbe, Schedule
+from epsfinder.integrations import INSTALL_HINT, _epoch_steps, _finder_dir, _FinderCallback
 
 __all__ = ["EpsilonFinderCallback"]
 
@@ -58,11 +56,10 @@ def _steps_per_epoch(trainer: Any) -> int | None:
     batches = getattr(trainer, "num_training_batches", None)
     if batches is None or not math.isfinite(batches) or batches < 1:
         return None
-    accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
-    return max(1, math.ceil(int(batches) / accumulate))
+    return _epoch_steps(int(batches), getattr(trainer, "accumulate_grad_batches", 1))
 
 
-class EpsilonFinderCallback(*_BASES):  # type: ignore[misc]
+class EpsilonFinderCallback(_FinderCallback, *_BASES):  # type: ignore[misc]
     """Estimate ε's search range while Lightning trains.
 
     Args:
@@ -81,50 +78,10 @@ class EpsilonFinderCallback(*_BASES):  # type: ignore[misc]
         history: the logged metrics, one dict per step with a new snapshot.
     """
 
-    def __init__(
-        self,
-        out_dir: str | os.PathLike[str] | None = None,
-        schedule: Schedule | None = None,
-        method: str = "histogram",
-        eps: float | None = None,
-        log: bool = True,
-        stop_after_first_epoch: bool = False,
-        *,
-        distributed: str | None = "auto",
-        report: bool = True,
-    ) -> None:
-        super().__init__()
-        self._finder = _Finder(
-            out_dir=out_dir,
-            schedule=schedule,
-            method=method,
-            eps=eps,
-            log=log,
-            stop_after_first_epoch=stop_after_first_epoch,
-            distributed=distributed,
-            report=report,
-        )
-
-    # ------------------------------------------------------------------ public state
-    @property
-    def probes(self) -> list[EpsilonProbe]:
-        return self._finder.probes
-
-    @property
-    def history(self) -> list[dict[str, float]]:
-        return self._finder.history
-
     @property
     def results(self) -> list[EpsilonRange]:
         """One :class:`~epsfinder.EpsilonRange` per probed optimizer that took a snapshot."""
         return self._finder.results()
-
-    @property
-    def result(self) -> EpsilonRange:
-        """The first optimizer's :class:`~epsfinder.EpsilonRange` (raises NoSnapshotError before any snapshot)."""
-        if not self.probes:
-            raise RuntimeError("the callback has not been attached yet: pass it to Trainer(callbacks=[...]) and fit")
-        return self.probes[0].result()
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -137,22 +94,15 @@ class EpsilonFinderCallback(*_BASES):  # type: ignore[misc]
                 logger.log_metrics(metrics, step=trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._finder.first_epoch_written or not self._finder.attached:
-            return
-        self._finder.first_epoch_written = True
-        self._finder.write(self._default_dir(trainer), is_main=trainer.is_global_zero)
-        if self._finder.stop_after_first_epoch:
-            self._finder.detach()
+        if self._finder.end_first_epoch(self._default_dir(trainer), is_main=trainer.is_global_zero):
             trainer.should_stop = True
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._finder.attached or not self._finder.first_epoch_written:
-            self._finder.write(self._default_dir(trainer), is_main=trainer.is_global_zero)
-        self._finder.detach()
+        self._finder.end_training(self._default_dir(trainer), is_main=trainer.is_global_zero)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._finder.detach()
 
-    def _default_dir(self, trainer: Any) -> Path | None:
-        root = getattr(trainer, "default_root_dir", None)
-        return None if root is None else Path(root) / "epsfinder"
+    @staticmethod
+    def _default_dir(trainer: Any) -> Path | None:
+        return _finder_dir(getattr(trainer, "default_root_dir", None))

@@ -26,14 +26,10 @@ at ``on_train_end``. Under ``torchrun`` every process probes (the counts are com
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 from typing import Any
 
-from epsfinder.estimate import EpsilonRange
-from epsfinder.integrations import _Finder, _require
-from epsfinder.probe import EpsilonProbe, Schedule
+from epsfinder.integrations import _epoch_steps, _finder_dir, _FinderCallback, _require
 
 __all__ = ["EpsilonFinderCallback"]
 
@@ -48,11 +44,10 @@ def _steps_per_epoch(args: Any, train_dataloader: Any) -> int | None:
         return None
     if batches < 1:
         return None
-    accumulate = max(1, int(getattr(args, "gradient_accumulation_steps", 1) or 1))
-    return max(1, math.ceil(batches / accumulate))
+    return _epoch_steps(batches, getattr(args, "gradient_accumulation_steps", 1))
 
 
-class EpsilonFinderCallback(TrainerCallback):
+class EpsilonFinderCallback(_FinderCallback, TrainerCallback):
     """Estimate ε's search range while the Hugging Face ``Trainer`` trains.
 
     Args:
@@ -70,44 +65,7 @@ class EpsilonFinderCallback(TrainerCallback):
         history: the logged metrics, one dict per step with a new snapshot.
     """
 
-    def __init__(
-        self,
-        out_dir: str | os.PathLike[str] | None = None,
-        schedule: Schedule | None = None,
-        method: str = "histogram",
-        eps: float | None = None,
-        log: bool = True,
-        stop_after_first_epoch: bool = False,
-        *,
-        distributed: str | None = "auto",
-        report: bool = True,
-    ) -> None:
-        self._finder = _Finder(
-            out_dir=out_dir,
-            schedule=schedule,
-            method=method,
-            eps=eps,
-            log=log,
-            stop_after_first_epoch=stop_after_first_epoch,
-            distributed=distributed,
-            report=report,
-        )
-
-    # ------------------------------------------------------------------ public state
-    @property
-    def probes(self) -> list[EpsilonProbe]:
-        return self._finder.probes
-
-    @property
-    def history(self) -> list[dict[str, float]]:
-        return self._finder.history
-
-    @property
-    def result(self) -> EpsilonRange:
-        """The :class:`~epsfinder.EpsilonRange` (raises NoSnapshotError before any snapshot)."""
-        if not self.probes:
-            raise RuntimeError("the callback has not been attached yet: pass it to Trainer(callbacks=[...]) and train")
-        return self.probes[0].result()
+    _run_verb = "train"
 
     # ------------------------------------------------------------------ hooks
     def _attach(self, args: Any, state: Any, kwargs: dict[str, Any], *, start_step: int) -> bool:
@@ -131,20 +89,12 @@ class EpsilonFinderCallback(TrainerCallback):
             state.log_history.append({**metrics, "step": state.global_step})
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._finder.first_epoch_written or not self._finder.attached:
-            return
-        self._finder.first_epoch_written = True
-        self._finder.write(self._default_dir(args), is_main=state.is_world_process_zero)
-        if self._finder.stop_after_first_epoch:
-            self._finder.detach()
+        if self._finder.end_first_epoch(self._default_dir(args), is_main=state.is_world_process_zero):
             control.should_training_stop = True
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._finder.attached or not self._finder.first_epoch_written:
-            self._finder.write(self._default_dir(args), is_main=state.is_world_process_zero)
-        self._finder.detach()
+        self._finder.end_training(self._default_dir(args), is_main=state.is_world_process_zero)
 
     @staticmethod
     def _default_dir(args: Any) -> Path | None:
-        out = getattr(args, "output_dir", None)
-        return None if out is None else Path(out) / "epsfinder"
+        return _finder_dir(getattr(args, "output_dir", None))

@@ -9,20 +9,16 @@ Reference:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-from torch import Tensor
-from torch.optim import Optimizer
+import torch  # noqa: F401  (the docstring example uses it)
 
-from .eadam import ParamsT, _backfill_step_tensors, _validate_hyperparameters
+from ._eps_ema import ParamsT, _EpsInSecondMoment
 
 __all__ = ["AdaMomentum"]
 
 
-class AdaMomentum(Optimizer):
+class AdaMomentum(_EpsInSecondMoment):
     r"""Implements the AdaMomentum algorithm (Algorithm 1 of Wang et al., 2021).
 
     .. math::
@@ -101,6 +97,10 @@ class AdaMomentum(Optimizer):
         >>> _ = opt.step()
     """
 
+    _display_name: ClassVar[str] = "AdaMomentum"
+    _squares_momentum: ClassVar[bool] = True
+    _extra_group_defaults: ClassVar[dict[str, Any]] = {"eps_in_denominator": False}
+
     def __init__(
         self,
         params: ParamsT,
@@ -114,104 +114,17 @@ class AdaMomentum(Optimizer):
         decoupled_weight_decay: bool = False,
         eps_in_denominator: bool = False,
     ) -> None:
-        _validate_hyperparameters(lr, betas, eps, weight_decay)
-        defaults: dict[str, Any] = {
-            "lr": lr,
-            "betas": (float(betas[0]), float(betas[1])),
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "eps_in_denominator": eps_in_denominator,
-        }
-        super().__init__(params, defaults)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decoupled_weight_decay,
+            eps_in_denominator=eps_in_denominator,
+        )
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("eps_in_denominator", False)
-        _backfill_step_tensors(self)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
-
-        Args:
-            closure: A closure that re-evaluates the model and returns the loss.
-
-        Returns:
-            The loss returned by ``closure``, or ``None``.
-
-        Raises:
-            RuntimeError: If a parameter has a sparse gradient.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr: float = group["lr"]
-            eps: float = group["eps"]
-            weight_decay: float = group["weight_decay"]
-
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdaMomentum does not support sparse gradients")
-
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-                grad = -p.grad if group["maximize"] else p.grad
-                param = p
-                exp_avg: Tensor = state["exp_avg"]
-                exp_avg_sq: Tensor = state["exp_avg_sq"]
-                max_exp_avg_sq: Tensor | None = state["max_exp_avg_sq"] if group["amsgrad"] else None
-                if torch.is_complex(param):
-                    # Treat real and imaginary parts as independent real parameters (as torch Adam).
-                    param = torch.view_as_real(param)
-                    grad = torch.view_as_real(grad)
-                    exp_avg = torch.view_as_real(exp_avg)
-                    exp_avg_sq = torch.view_as_real(exp_avg_sq)
-                    if max_exp_avg_sq is not None:
-                        max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
-
-                state["step"] += 1
-                step = float(state["step"].item())
-
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        param.mul_(1 - lr * weight_decay)
-                    else:
-                        grad = grad.add(param, alpha=weight_decay)
-
-                exp_avg.lerp_(grad, 1 - beta1)
-                # The AdaMomentum change: square the momentum m_t (already updated), not g_t.
-                exp_avg_sq.mul_(beta2).addcmul_(exp_avg, exp_avg, value=1 - beta2).add_(eps)
-
-                if max_exp_avg_sq is not None:
-                    torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-                    second_moment = max_exp_avg_sq
-                else:
-                    second_moment = exp_avg_sq
-
-                bias_correction1 = 1 - beta1**step
-                bias_correction2 = 1 - beta2**step
-                denom = second_moment.sqrt() / math.sqrt(bias_correction2)
-                if group["eps_in_denominator"]:
-                    denom.add_(eps)
-                param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
-
-        return loss
+    def _eps_in_denominator(self, group: dict[str, Any]) -> bool:
+        return bool(group["eps_in_denominator"])

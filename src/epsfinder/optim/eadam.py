@@ -7,49 +7,16 @@ Reference:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-from torch import Tensor
-from torch.optim import Optimizer
+import torch  # noqa: F401  (the docstring example uses it)
+
+from ._eps_ema import ParamsT, _EpsInSecondMoment
 
 __all__ = ["EAdam"]
 
-ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
-
-def _validate_hyperparameters(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
-    """Raise ``ValueError`` naming the offending hyperparameter and its value.
-
-    Shared by :class:`EAdam` and :class:`~epsfinder.optim.AdaMomentum`.
-    The comparisons are written as ``not (lo <= x)`` so that NaN is rejected too.
-    """
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: lr={lr}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: eps={eps}")
-    if len(betas) != 2:
-        raise ValueError(f"Invalid betas: expected a pair (beta1, beta2), got betas={betas}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: betas[0]={betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: betas[1]={betas[1]}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: weight_decay={weight_decay}")
-
-
-def _backfill_step_tensors(optimizer: Optimizer) -> None:
-    """Convert a legacy numeric ``state['step']`` into a float32 CPU tensor (as torch Adam does)."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            p_state = optimizer.state.get(p, {})
-            if len(p_state) != 0 and not torch.is_tensor(p_state["step"]):
-                p_state["step"] = torch.tensor(float(p_state["step"]), dtype=torch.float32)
-
-
-class EAdam(Optimizer):
+class EAdam(_EpsInSecondMoment):
     r"""Implements the EAdam algorithm (Adam with ε accumulated in the second moment).
 
     .. math::
@@ -118,6 +85,9 @@ class EAdam(Optimizer):
         >>> _ = opt.step()
     """
 
+    _display_name: ClassVar[str] = "EAdam"
+    _squares_momentum: ClassVar[bool] = False
+
     def __init__(
         self,
         params: ParamsT,
@@ -130,100 +100,7 @@ class EAdam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        _validate_hyperparameters(lr, betas, eps, weight_decay)
-        defaults: dict[str, Any] = {
-            "lr": lr,
-            "betas": (float(betas[0]), float(betas[1])),
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "decoupled_weight_decay": decoupled_weight_decay,
-        }
-        super().__init__(params, defaults)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("decoupled_weight_decay", False)
-        _backfill_step_tensors(self)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
-
-        Args:
-            closure: A closure that re-evaluates the model and returns the loss.
-
-        Returns:
-            The loss returned by ``closure``, or ``None``.
-
-        Raises:
-            RuntimeError: If a parameter has a sparse gradient.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr: float = group["lr"]
-            eps: float = group["eps"]
-            weight_decay: float = group["weight_decay"]
-
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("EAdam does not support sparse gradients")
-
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-                grad = -p.grad if group["maximize"] else p.grad
-                param = p
-                exp_avg: Tensor = state["exp_avg"]
-                exp_avg_sq: Tensor = state["exp_avg_sq"]
-                max_exp_avg_sq: Tensor | None = state["max_exp_avg_sq"] if group["amsgrad"] else None
-                if torch.is_complex(param):
-                    # Treat real and imaginary parts as independent real parameters (as torch Adam).
-                    param = torch.view_as_real(param)
-                    grad = torch.view_as_real(grad)
-                    exp_avg = torch.view_as_real(exp_avg)
-                    exp_avg_sq = torch.view_as_real(exp_avg_sq)
-                    if max_exp_avg_sq is not None:
-                        max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
-
-                state["step"] += 1
-                step = float(state["step"].item())
-
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        param.mul_(1 - lr * weight_decay)
-                    else:
-                        grad = grad.add(param, alpha=weight_decay)
-
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                exp_avg_sq.add_(eps)  # the EAdam change: ε enters the second moment every step
-
-                if max_exp_avg_sq is not None:
-                    torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-                    second_moment = max_exp_avg_sq
-                else:
-                    second_moment = exp_avg_sq
-
-                bias_correction1 = 1 - beta1**step
-                bias_correction2 = 1 - beta2**step
-                denom = (second_moment.sqrt() / math.sqrt(bias_correction2)).add_(eps)
-                param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
-
-        return loss
+    def _eps_in_denominator(self, group: dict[str, Any]) -> bool:
+        return True

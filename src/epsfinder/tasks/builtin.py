@@ -424,6 +424,38 @@ class BuiltinTask:
             cfg[key] = value
         return cfg
 
+    def build(
+        self,
+        *,
+        preset: str = "cpu",
+        seed: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        limit: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> TaskSetup:
+        """Build the task (its data, model and loaders; the model seeded with ``seed``) as ``preset`` with ``options``.
+
+        Each task's ``_build`` says what it loads and builds; see the module docstring for presets.
+        """
+        cfg = self.config(preset, options)
+        self._check_limit(limit)
+        return self._build(cfg, preset=preset, seed=seed, data_dir=data_dir, dev=torch.device(device), limit=limit)
+
+    def _build(
+        self, cfg: dict[str, Any], *, preset: str, seed: int, data_dir: str | os.PathLike[str] | None,
+        dev: torch.device, limit: int | None,
+    ) -> TaskSetup:
+        """What :meth:`build` does once the settings ``cfg`` are checked (``dev`` is the torch device)."""
+        raise NotImplementedError
+
+    def _setup(self, cfg: Mapping[str, Any], dev: torch.device, loader: Any, **fields: Any) -> TaskSetup:
+        """The :class:`TaskSetup` of this task, with one epoch = one pass of ``loader``."""
+        return TaskSetup(
+            name=self.name, train_loader=loader, metric=self.metric, direction=self.direction, epochs=cfg["epochs"],
+            steps_per_epoch=len(loader), device=dev, family=self.family, **fields,
+        )
+
     @staticmethod
     def _check_limit(limit: int | None) -> None:
         if limit is not None and limit < 1:
@@ -495,20 +527,11 @@ class ImageClassificationTask(BuiltinTask):
             return ResNet(in_channels, classes, widths=cfg["widths"], blocks=cfg["blocks"], width=cfg["width"])
         raise ValueError(f"unknown model {kind!r}; choose one of: mlp, alexnet, vgg11, resnet")
 
-    def build(
-        self,
-        *,
-        preset: str = "cpu",
-        seed: int = 0,
-        data_dir: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        limit: int | None = None,
-        options: Mapping[str, Any] | None = None,
+    def _build(
+        self, cfg: dict[str, Any], *, preset: str, seed: int, data_dir: str | os.PathLike[str] | None,
+        dev: torch.device, limit: int | None,
     ) -> TaskSetup:
         """Load the images, build the model (seeded) and the loaders; see the module docstring for presets."""
-        cfg = self.config(preset, options)
-        self._check_limit(limit)
-        dev = torch.device(device)
         data = self._load(data_dir)
         train_x, train_y = data.train_images, data.train_labels
         if limit is not None:
@@ -534,11 +557,7 @@ class ImageClassificationTask(BuiltinTask):
 
         hparams = self._hparams(cfg, ("batch_size", "weight_decay", "clip_grad_norm", "lr_gamma", "augment"))
         hparams.update(preset=preset, model=cfg["model"], train_examples=len(train_x), test_examples=len(test_x))
-        return TaskSetup(
-            name=self.name, model=model, loss_fn=F.cross_entropy, train_loader=loader, evaluate=evaluate,
-            metric=self.metric, direction=self.direction, epochs=cfg["epochs"], steps_per_epoch=len(loader),
-            hparams=hparams, device=dev, family=self.family,
-        )
+        return self._setup(cfg, dev, loader, model=model, loss_fn=F.cross_entropy, evaluate=evaluate, hparams=hparams)
 
 
 _LM_PAPER = {"emb": 400, "hidden": 1150, "tied": True, "dropout": 0.4, "dropout_h": 0.3, "dropout_i": 0.65,
@@ -567,22 +586,13 @@ class LanguageModelTask(BuiltinTask):
         self.name, self.layers, self.description = name, layers, description
         self.presets = {"cpu": dict(_LM_CPU), "paper": dict(_LM_PAPER)}
 
-    def build(
-        self,
-        *,
-        preset: str = "cpu",
-        seed: int = 0,
-        data_dir: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        limit: int | None = None,
-        options: Mapping[str, Any] | None = None,
+    def _build(
+        self, cfg: dict[str, Any], *, preset: str, seed: int, data_dir: str | os.PathLike[str] | None,
+        dev: torch.device, limit: int | None,
     ) -> TaskSetup:
         """Load PTB, batchify it, build the LSTM (seeded); see the module docstring for presets."""
         from epsfinder.tasks.data import batchify, bptt_batches, load_ptb
 
-        cfg = self.config(preset, options)
-        self._check_limit(limit)
-        dev = torch.device(device)
         corpus = load_ptb(data_dir)
         train = corpus.train
         if cfg["train_tokens"] is not None:
@@ -618,10 +628,8 @@ class LanguageModelTask(BuiltinTask):
                                       "hidden", "tied"))
         hparams.update(preset=preset, layers=self.layers, vocab=corpus.vocab_size, train_tokens=int(train.numel()),
                        test_tokens=int(test.numel()))
-        return TaskSetup(
-            name=self.name, model=model, loss_fn=lm_loss, train_loader=loader, evaluate=evaluate,
-            metric=self.metric, direction=self.direction, epochs=cfg["epochs"], steps_per_epoch=len(loader),
-            step_fn=step, hparams=hparams, device=dev, family=self.family,
+        return self._setup(
+            cfg, dev, loader, model=model, loss_fn=lm_loss, evaluate=evaluate, step_fn=step, hparams=hparams
         )
 
 
@@ -665,22 +673,13 @@ class TranslationTask(BuiltinTask):
         texts = [s for pair in corpus.train[:pairs] for s in pair]
         return SubwordTokenizer.train(texts, vocab_size, default_cache_dir() / "tokenizers", name="verse-pairs-es-en")
 
-    def build(
-        self,
-        *,
-        preset: str = "cpu",
-        seed: int = 0,
-        data_dir: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        limit: int | None = None,
-        options: Mapping[str, Any] | None = None,
+    def _build(
+        self, cfg: dict[str, Any], *, preset: str, seed: int, data_dir: str | os.PathLike[str] | None,
+        dev: torch.device, limit: int | None,
     ) -> TaskSetup:
         """Load the verse pairs, train or load the tokenizer, build the Transformer (seeded) and the loaders."""
         from epsfinder.tasks.data import load_verse_pairs
 
-        cfg = self.config(preset, options)
-        self._check_limit(limit)
-        dev = torch.device(device)
         corpus = load_verse_pairs(data_dir, seed=0)
         tok = self.tokenizer(corpus, cfg["vocab_size"], cfg["tokenizer_pairs"])
         max_tokens = cfg["max_tokens"]
@@ -716,10 +715,9 @@ class TranslationTask(BuiltinTask):
                                       "d_model", "vocab_size", "max_tokens"))
         hparams.update(preset=preset, train_pairs=len(encoded), test_pairs=len(test_src),
                        tokenizer=str(tok.model_path))
-        return TaskSetup(
-            name=self.name, model=model, loss_fn=_translation_loss(tok.pad_id), train_loader=loader,
-            evaluate=evaluate, metric=self.metric, direction=self.direction, epochs=cfg["epochs"],
-            steps_per_epoch=len(loader), step_fn=step, hparams=hparams, device=dev, family=self.family,
+        return self._setup(
+            cfg, dev, loader, model=model, loss_fn=_translation_loss(tok.pad_id), evaluate=evaluate, step_fn=step,
+            hparams=hparams,
         )
 
 
