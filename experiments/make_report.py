@@ -358,8 +358,9 @@ def render(budget: C.Budget, data: Mapping[str, Any], doc: pathlib.Path) -> str:
                  fmt_value(r.get("sgd_paper"), m) if r.get("sgd_paper_note") is None else r["sgd_paper_note"],
                  f"{r['sgd_equivalent_lr']:.3g}", fmt_value(r.get("sgd_equivalent"), m)] for r in base["rows"]]
         w(f"{base['task']}, Adam at the range's upper end ε_u = {fmt_eps(base['eps_upper'])} against SGD with "
-          "momentum 0.9 (torch, no dampening) at α/ε_u (as the paper and `EpsilonRange.recommend` state) and at "
-          "(1 − β1)·α/ε_u (the exact equivalent for torch's undampened momentum buffer).\n")
+          "momentum 0.9 (torch, no dampening) at α/ε_u (as the paper states) and at "
+          "(1 − β1)·α/ε_u (the exact equivalent for torch's undampened momentum buffer, "
+          "which `EpsilonRange.recommend` gives).\n")
         w(table(["α", "Adam (α, ε_u)", "SGD lr α/ε_u", "SGD", "SGD lr (1−β1)α/ε_u", "SGD"], rows) + "\n")
         gap = base.get("equivalent_gap")
         w(f"Best: Adam {fmt_value(base.get('best_adam'), m)}, SGD at α/ε {fmt_value(base.get('best_sgd_paper'), m)}, "

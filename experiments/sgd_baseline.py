@@ -2,8 +2,9 @@
 
 NOTES §4: at the upper end ε_u (almost no element has A > ε) Adam's step is ≈ α·m̂/ε, i.e. SGD + momentum. torch's
 SGD (momentum 0.9, no dampening) accumulates ``buf = 0.9·buf + g`` while Adam's ``m`` is an EMA with weight
-(1 − β1) = 0.1, so the exactly equivalent torch learning rate is (1 − β1)·α/ε; the paper (and
-``EpsilonRange.recommend``) states α/ε. Both are run, for every α of the Adam grid: Adam's trials at ε_u are the
+(1 − β1) = 0.1, so the exactly equivalent torch learning rate is (1 − β1)·α/ε; the paper states α/ε
+(its SGD is written with dampening = β1); ``EpsilonRange.recommend`` gives (1 − β1)·α/ε for torch's SGD.
+Both are run, for every α of the Adam grid: Adam's trials at ε_u are the
 range_vs_grid trials (reused, or run here when ε_u is not on the grid).
 
 Results: ``experiments/results/sgd_baseline/<budget>/<task>/summary.json``.
