@@ -96,8 +96,9 @@ class _EpsInSecondMoment(Optimizer):
         _backfill_step_tensors(self)
 
     def _eps_in_denominator(self, group: dict[str, Any]) -> bool:
-        """Whether ε is also added to :math:`\\sqrt{\\hat u_t}` for this parameter group."""
-        raise NotImplementedError
+        """Whether ε is also added to :math:`\\sqrt{\\hat u_t}` for this parameter group (a group without the
+        ``eps_in_denominator`` setting, as EAdam's, always adds it)."""
+        return bool(group.get("eps_in_denominator", True))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

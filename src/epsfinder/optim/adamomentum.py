@@ -126,5 +126,3 @@ class AdaMomentum(_EpsInSecondMoment):
             eps_in_denominator=eps_in_denominator,
         )
 
-    def _eps_in_denominator(self, group: dict[str, Any]) -> bool:
-        return bool(group["eps_in_denominator"])

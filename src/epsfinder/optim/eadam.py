@@ -7,7 +7,7 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch  # noqa: F401  (the docstring example uses it)
 
@@ -102,5 +102,3 @@ class EAdam(_EpsInSecondMoment):
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
 
-    def _eps_in_denominator(self, group: dict[str, Any]) -> bool:
-        return True

@@ -446,8 +446,11 @@ class BuiltinTask:
         self, cfg: dict[str, Any], *, preset: str, seed: int, data_dir: str | os.PathLike[str] | None,
         dev: torch.device, limit: int | None,
     ) -> TaskSetup:
-        """What :meth:`build` does once the settings ``cfg`` are checked (``dev`` is the torch device)."""
-        raise NotImplementedError
+        """What :meth:`build` does once the settings ``cfg`` are checked (``dev`` is the torch device).
+
+        Every built-in task family overrides this; the base refuses with the name of the class that does not.
+        """
+        raise TypeError(f"{type(self).__name__} must define _build(cfg, ...) to be built")
 
     def _setup(self, cfg: Mapping[str, Any], dev: torch.device, loader: Any, **fields: Any) -> TaskSetup:
         """The :class:`TaskSetup` of this task, with one epoch = one pass of ``loader``."""
