@@ -216,3 +216,27 @@ def test_max_snapshots_keeps_first_epoch_end():
     probe = EpsilonProbe(opt, model=model, steps_per_epoch=2, schedule=every(1), max_snapshots=3)
     train(model, opt, digits_batches(2), 8)
     assert [s.step for s in probe.snapshots] == [2, 7, 8]
+
+
+def test_zeros_told_from_subnormals_exactly():
+    """Exact zeros come from a non-zero count in the binning pass; values below 2^-132 take the exact path."""
+    values = torch.tensor([0.0, -0.0, 0.0, 1e-45, 3e-41, -1e-45, 1e-3, 2e-3])
+
+    class Fixed(torch.optim.SGD):
+        pass
+
+    epsfinder.register_term(Fixed, lambda state, group: values if "momentum_buffer" in state else None)
+    try:
+        p = nn.Parameter(torch.zeros(8))
+        opt = Fixed([p], lr=0.1, momentum=0.9)
+        probe = EpsilonProbe(opt, schedule=every(1))
+        p.grad = torch.ones(8)
+        opt.step()
+        h = probe.result().layers[0].histogram
+        assert (h.zeros, h.negative, h.positive) == (3, 1, 4)
+        values[3:6] = torch.tensor([0.5, 0.25, 0.0])  # no tiny values left: the arithmetic path
+        opt.step()
+        h = probe.result(-1).layers[0].histogram
+        assert (h.zeros, h.negative, h.positive) == (4, 0, 4)
+    finally:
+        epsfinder.terms._USER.pop(Fixed, None)

@@ -179,7 +179,7 @@ def _bin_local(probe: EpsilonProbe, pending: Pending) -> list[BinnedLayer]:
     for (name, gi, p, term), c in zip(pending, host):
         zeros = tiny = None
         if int(c[0]) + int(c[_NEG0]) > 0:  # rare: tell exact zeros from values below 2^-132
-            zeros, tiny = probe._zero_split(term)
+            zeros, tiny = probe._zero_split(term, c)
         out.append(BinnedLayer(name, gi, tuple(p.shape), c, zeros, tiny, term.full))
     return out
 
@@ -206,7 +206,7 @@ def _rows(probe: EpsilonProbe, terms: Sequence[AdaptiveTerm], device: torch.devi
     if terms:
         zero_bin = (rows[:, 0] + rows[:, _NEG0]).cpu()
         for i in torch.nonzero(zero_bin).flatten().tolist():
-            zeros, tiny = probe._zero_split(terms[i])
+            zeros, tiny = probe._zero_split(terms[i], rows[i, :_ALL])
             rows[i, _ZEROS] = zeros
             rows[i, _TINY_COL] = tiny
     return rows

@@ -24,7 +24,7 @@ from torch import nn
 from epsfinder import _distributed
 from epsfinder.errors import NoSnapshotError
 from epsfinder.estimate import METHODS, EpsilonRange, LayerStats, SnapshotRecord, paper_percentiles
-from epsfinder.histogram import _ALL, _TINY, LogHistogram, count_codes_
+from epsfinder.histogram import _ALL, _NEG0, _TINY, LogHistogram, count_codes_
 from epsfinder.terms import RESOLUTION, AdaptiveTerm, TermSpec, lookup
 
 __all__ = ["EpsilonProbe", "Schedule", "Snapshot", "at_steps", "default_schedule", "every", "log_spaced", "per_epoch"]
@@ -165,6 +165,7 @@ class EpsilonProbe:
         self.snapshots: list[Snapshot] = []
         self._names = _parameter_names(outer, model)
         self._warned: set[str] = set()
+        self._nonzero: dict[int, torch.Tensor] = {}
         self._handle = optimizer.register_step_post_hook(self._hook)
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,6 +228,7 @@ class EpsilonProbe:
                 yield name, gi, p, term
 
     def _take(self) -> Snapshot:
+        self._nonzero = {}  # per term, filled by _device_codes for _zero_split
         skipped: dict[str, str] = {}
         pending: list[tuple[str, int, torch.Tensor, AdaptiveTerm]] = []
         for name, gi, p, term in self._entries():
@@ -261,12 +263,27 @@ class EpsilonProbe:
         return int(min(1 << 20, max(1 << 16, numel // 32)))
 
     def _device_codes(self, term: AdaptiveTerm) -> torch.Tensor:
+        """The 32,768 code counts of ``term`` on its device; also counts its non-zero values (kept on the device
+        for :meth:`_zero_split`), one cheap pass over each chunk while it is in cache."""
         total = torch.zeros(_ALL, dtype=torch.int64, device=term.device)
+        nonzero = torch.zeros((), dtype=torch.int64, device=term.device)
         for part in term.chunks(self._chunk_size(term.numel)):
+            nonzero += torch.count_nonzero(part)
             total += count_codes_(part)  # the chunk buffer is ours to overwrite
+        self._nonzero[id(term)] = nonzero
         return total
 
-    def _zero_split(self, term: AdaptiveTerm) -> tuple[int, int]:
+    def _zero_split(self, term: AdaptiveTerm, codes: torch.Tensor | None = None) -> tuple[int, int]:
+        """Exact zeros and positive values below ``2^-132`` (both land in the zero codes).
+
+        With the term's ``codes`` and the non-zero count from :meth:`_device_codes` this is arithmetic; only when
+        some values are that tiny (almost never) is ``A`` recomputed to tell their signs.
+        """
+        nonzero = self._nonzero.pop(id(term), None)
+        if nonzero is not None and codes is not None:
+            zeros = term.numel - int(nonzero)
+            if int(codes[0]) + int(codes[_NEG0]) == zeros:  # no tiny values at all
+                return zeros, 0
         zeros = tiny = 0
         for part in term.chunks(self._chunk_size(term.numel)):
             zeros += int((part == 0).sum())
